@@ -7,12 +7,15 @@ the modeling files into the checkpoint (which then loads with `trust_remote_code
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
+from .losses import joint_loss, paper_supervised_contrastive_loss, supervised_contrastive_loss
 from .modeling import (
     LightMobileBertConfig,
     LightMobileBertForSequenceClassification,
     LightMobileBertModel,
     LightMobileBertPreTrainedModel,
 )
+from .optimization import BertAdam, LMBertAdam, get_paper_schedule
+from .trainer import LightMobileBertTrainer, LightMobileBertTrainingArguments
 
 
 __version__ = "0.1.0"
@@ -27,8 +30,16 @@ LightMobileBertModel.register_for_auto_class("AutoModel")
 LightMobileBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
+    "BertAdam",
+    "LMBertAdam",
     "LightMobileBertConfig",
     "LightMobileBertForSequenceClassification",
     "LightMobileBertModel",
     "LightMobileBertPreTrainedModel",
+    "LightMobileBertTrainer",
+    "LightMobileBertTrainingArguments",
+    "get_paper_schedule",
+    "joint_loss",
+    "paper_supervised_contrastive_loss",
+    "supervised_contrastive_loss",
 ]
