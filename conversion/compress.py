@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    errors = [layer.relative_error for layer in report.layers]
+    errors = [layer.relative_error for layer in report.layers if layer.relative_error is not None]
     summary = f"mean CP relative error {sum(errors) / len(errors):.4f}, " if errors else ""
     print(
         f"{args.output}: layers {report.kept_layers}, {summary}"

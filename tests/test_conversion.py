@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -300,3 +301,12 @@ def test_module_command_line(tmp_path, bert_source):
     assert "CP-decomposing attention" in result.stderr  # the per-layer progress bar
     assert "layers [0, 1]" in result.stdout
     assert (tmp_path / "o" / "model.safetensors").is_file()
+    # Without CP there is no reconstruction error to summarise.
+    assert main(["--source", str(bert_source), "--output", str(tmp_path / "plain"), "--cp-rank", "none"]) == 0
+
+
+def test_console_script_is_installed():
+    executable = shutil.which("light-mobilebert-compress")
+    assert executable is not None
+    result = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--cp-rank" in result.stdout

@@ -1,0 +1,131 @@
+"""ONNX export of LightMobileBERT: parity on real sentences, dynamic axes, int8 quantisation, GLUE scoring."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from light_mobilebert import LightMobileBertConfig, LightMobileBertForSequenceClassification
+from light_mobilebert.export import (
+    check_onnx_parity,
+    export_onnx,
+    onnx_accuracy,
+    onnx_logits,
+    onnx_session,
+    quantize_dynamic_int8,
+)
+
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+NUM_SENTENCES = 32
+
+
+@pytest.fixture(scope="module")
+def sentences(glue_dir) -> list[str]:
+    """The first SST-2 dev sentences: real word pieces, lengths from 4 to 40 tokens."""
+    lines = (glue_dir / "SST-2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1 : NUM_SENTENCES + 1]
+    return [line.split("\t")[0] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def model(minilm_tokenizer, sentences) -> LightMobileBertForSequenceClassification:
+    """A tiny LightMobileBERT with collaborative attention and the full uncased vocabulary."""
+    torch.manual_seed(0)
+    config = LightMobileBertConfig(
+        vocab_size=30522,
+        embedding_size=32,
+        hidden_size=64,
+        intra_bottleneck_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        shared_qk_size=16,
+        num_feedforward_networks=2,
+        # Large enough for logits of order 1 despite NoNorm, so that 1e-4 is a strict tolerance.
+        initializer_range=0.15,
+        num_labels=2,
+        attn_implementation="eager",
+    )
+    model = LightMobileBertForSequenceClassification(config).eval()
+    # A random classifier puts every sentence in one class; centre it on these sentences so that both classes occur
+    # and the int8 agreement below is not trivially perfect.
+    encoding = minilm_tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**encoding).logits
+        model.classifier.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+    return model
+
+
+@pytest.fixture(scope="module")
+def onnx_path(model, minilm_tokenizer, tmp_path_factory):
+    return export_onnx(model, minilm_tokenizer, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def int8_path(onnx_path):
+    return quantize_dynamic_int8(onnx_path, onnx_path.with_name("model.int8.onnx"))
+
+
+def test_parity_on_padded_batches_of_real_sentences(model, onnx_path, minilm_tokenizer, sentences):
+    batch = minilm_tokenizer(sentences[:8], padding=True)
+    assert 0 in np.asarray(batch["attention_mask"])  # the comparison covers padding
+    difference = check_onnx_parity(model, onnx_path, minilm_tokenizer, sentences, batch_size=8)
+    assert difference <= 1e-4
+    with torch.no_grad():
+        logits = model(**minilm_tokenizer(sentences, padding=True, return_tensors="pt")).logits
+    assert logits.std(0).min() > 0.1  # the logits vary: the tolerance is meaningful
+
+
+def test_graph_has_dynamic_batch_and_sequence_axes(model, onnx_path):
+    session = onnx_session(onnx_path)
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(i.shape == ["batch", "sequence"] for i in session.get_inputs())
+    assert session.get_outputs()[0].shape[0] == "batch"
+    generator = torch.Generator().manual_seed(0)
+    for batch_size, length in ((1, 5), (3, 40), (2, 128)):
+        input_ids = torch.randint(1000, 30522, (batch_size, length), generator=generator)
+        attention_mask = torch.ones_like(input_ids)
+        attention_mask[0, length // 2 :] = 0
+        token_type_ids = torch.zeros_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        (onnx_output,) = session.run(["logits"], {name: tensor.numpy() for name, tensor in inputs.items()})
+        with torch.no_grad():
+            expected = model(**inputs).logits.numpy()
+        assert onnx_output.shape == (batch_size, 2)
+        np.testing.assert_allclose(onnx_output, expected, atol=1e-4, rtol=0)
+
+
+def test_export_from_example_inputs_restores_training_mode(model, tmp_path):
+    example = {"input_ids": torch.tensor([[101, 2023, 102]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    model.train()
+    try:
+        path = export_onnx(model, example, tmp_path / "no_token_types.onnx", dynamo=False)
+        assert model.training
+    finally:
+        model.eval()
+    assert [i.name for i in onnx_session(path).get_inputs()] == ["input_ids", "attention_mask"]
+
+
+def test_int8_model_agrees_with_fp32(onnx_path, int8_path, minilm_tokenizer, sentences):
+    fp32 = onnx_logits(onnx_session(onnx_path), minilm_tokenizer, sentences, batch_size=8)
+    int8 = onnx_logits(onnx_session(int8_path), minilm_tokenizer, sentences, batch_size=8)
+    assert int8.shape == fp32.shape and np.isfinite(int8).all()
+    fp32_margin, int8_margin = fp32[:, 1] - fp32[:, 0], int8[:, 1] - int8[:, 0]
+    assert 0.25 < (fp32_margin > 0).mean() < 0.75
+    assert (np.sign(fp32_margin) == np.sign(int8_margin)).mean() >= 0.75
+    assert np.corrcoef(fp32_margin, int8_margin)[0, 1] > 0.9
+
+
+def test_onnx_accuracy_scores_glue_dev(int8_path, minilm_tokenizer, glue_dir):
+    metrics = onnx_accuracy(int8_path, minilm_tokenizer, "sst2", glue_dir, batch_size=64)
+    assert set(metrics) == {"accuracy"}
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_clear_error_without_onnxruntime(monkeypatch, onnx_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"light-mobilebert\[edge\]"):
+        onnx_session(onnx_path)

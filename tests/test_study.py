@@ -1,0 +1,144 @@
+"""The accuracy study's bookkeeping (`benchmarks/study.py`): summary statistics, the RTE rule and the resume logic.
+Nothing is trained."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+STUDY_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    """`benchmarks/study.py`, imported from its path (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location("study", STUDY_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_result(study, row: str, task: str, seed: int, score: float) -> dict:
+    """A result file's content with the fields the summary reads."""
+    variant = study.VARIANTS[study.ROWS[row].variant]
+    return {
+        "row": row,
+        "task": task,
+        "seed": seed,
+        "score": score,
+        "seconds": 60.0 * variant.num_layers,
+        "latency_ms": 10.0 * variant.num_layers,
+        "parameters_without_classifier": 1_000_000 * variant.num_layers,
+        "compression": {"mean_relative_error": None if variant.cp_rank is None else 0.3},
+        "environment": {"torch_threads": 2},
+    }
+
+
+def write_results(study, folder: Path, scores: dict[tuple[str, str], list[float]]) -> None:
+    for (row, task), values in scores.items():
+        for seed, score in enumerate(values):
+            cell = study.Cell(row, task, seed)
+            study.write_json_atomic(study.cell_path(folder, cell), fake_result(study, row, task, seed, score))
+
+
+def test_means_stds_and_small_n(study, tmp_path):
+    scores = {
+        ("half", "sst2"): [85.0, 86.5, 84.2],
+        ("half", "cola"): [20.0, 25.0],
+        ("half", "stsb"): [80.0],
+        ("source", "sst2"): [88.0, 89.0, 90.5, 87.0],
+    }
+    write_results(study, tmp_path, scores)
+    stats = study.aggregate(study.load_results(tmp_path))
+    for key, values in scores.items():
+        assert stats[key].n == len(values)
+        assert stats[key].mean == pytest.approx(np.mean(values))
+        if len(values) > 1:
+            assert stats[key].std == pytest.approx(np.std(values, ddof=1))
+        else:
+            assert math.isnan(stats[key].std)
+
+    assert study.format_stats(stats["half", "stsb"]) == "80.0 (n=1)"
+    assert "(n=2) ⚠" in study.format_stats(stats["half", "cola"])
+    assert study.format_stats(stats["half", "sst2"]) == f"85.2 ± {np.std(scores['half', 'sst2'], ddof=1):.1f} (n=3)"
+
+    text = study.render(study.load_results(tmp_path), image=None)
+    assert "80.0 (n=1)" in text  # a one-seed cell is shown, not hidden
+
+
+def test_average_over_tasks(study, tmp_path):
+    scores = {("half", task): [50.0 + i, 52.0 + i, 54.0 + i] for i, task in enumerate(study.TASKS)}
+    write_results(study, tmp_path, scores)
+    stats = study.aggregate(study.load_results(tmp_path))
+    tasks = ["sst2", "cola", "stsb"]
+    value = study.average(stats, "half", tasks)
+    assert value.mean == pytest.approx(np.mean([np.mean(scores["half", task]) for task in tasks]))
+    assert value.n == 3
+    assert study.average(stats, "source", tasks) is None  # no result for that row yet
+
+
+@pytest.mark.parametrize(
+    "source_rte, included",
+    [
+        ([53.0, 54.5, 52.0], False),  # the measured case: the source is at chance
+        ([66.0, 67.5, 65.0], True),  # clearly above the 52.7% majority rate
+        ([66.0, 67.5], False),  # too few seeds to judge
+    ],
+)
+def test_rte_enters_the_average_only_if_the_source_beats_chance(study, tmp_path, source_rte, included):
+    scores = {("source", task): [80.0, 81.0, 82.0] for task in ("sst2", "cola", "stsb")}
+    scores["source", "rte"] = source_rte
+    write_results(study, tmp_path, scores)
+    stats = study.aggregate(study.load_results(tmp_path))
+    verdict, reason = study.rte_beats_chance(stats)
+    assert verdict is included
+    assert reason
+    text = study.render(study.load_results(tmp_path), image=None)
+    assert ("RTE is included" if included else "RTE is excluded") in text
+    tasks = ["sst2", "cola", "stsb"] + (["rte"] if included else [])
+    expected = np.mean([np.mean(scores["source", task]) for task in tasks])
+    assert study.average(stats, "source", tasks).mean == pytest.approx(expected)
+
+
+def test_missing_cells_skip_done_cells_in_breadth_first_order(study, tmp_path):
+    write_results(study, tmp_path, {("half", "cola"): [70.0]})
+    cells = study.missing_cells(["source", "half"], ["sst2", "cola"], [0, 1], tmp_path)
+    assert study.Cell("half", "cola", 0) not in cells
+    assert [cell.seed for cell in cells] == [0, 0, 0, 1, 1, 1, 1]
+    first = [study.Cell("source", "sst2", 0), study.Cell("half", "sst2", 0), study.Cell("source", "cola", 0)]
+    assert cells[:3] == first
+
+
+def test_run_does_not_rerun_a_done_cell(study, tmp_path, monkeypatch):
+    write_results(study, tmp_path, {("half", "cola"): [70.0]})
+    ran = []
+
+    def fake_run_cell(cell, *args, **kwargs):
+        ran.append(cell)
+        return {"score": 0.0, "seconds": 0.0}
+
+    monkeypatch.setattr(study, "run_cell", fake_run_cell)
+    study.main(["--results-dir", str(tmp_path), "run", "--rows", "half", "--tasks", "cola", "sst2", "--seeds", "0"])
+    assert ran == [study.Cell("half", "sst2", 0)]
+
+
+def test_write_json_atomic_leaves_no_temporary_file(study, tmp_path):
+    path = tmp_path / "cell.json"
+    study.write_json_atomic(path, {"score": 1.5})
+    assert json.loads(path.read_text()) == {"score": 1.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.json"]
+
+
+def test_summary_writes_results_md(study, tmp_path):
+    pytest.importorskip("matplotlib")
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    write_results(study, results, {(row, task): [60.0, 61.0, 62.5] for row in study.ROWS for task in study.TASKS})
+    study.main(["--results-dir", str(results), "summary", "--docs-dir", str(docs)])
+    text = (docs / "RESULTS.md").read_text()
+    assert (docs / "study.png").stat().st_size > 0
+    assert study.SUMMARY_COMMAND in text
+    assert "holds" in text  # the issue's claims are checked from the numbers
