@@ -520,22 +520,20 @@ def compare(better: Average | Stats | None, worse: Average | Stats | None) -> st
     return f"{delta:+.1f} ± {2 * se:.1f} points ({verdict})"
 
 
+def format_score(mean: float, spread: float, n: int) -> str:
+    """`mean ± spread (n=N)`, flagging fewer than 3 seeds; one seed has no spread."""
+    if n == 1:
+        return f"{mean:.1f} (n=1)"
+    flag = "" if n >= 3 else " ⚠"
+    return f"{mean:.1f} ± {spread:.1f} (n={n}){flag}"
+
+
 def format_stats(stats: Stats | None) -> str:
-    if stats is None:
-        return "—"
-    if stats.n == 1:
-        return f"{stats.mean:.1f} (n=1)"
-    flag = "" if stats.n >= 3 else " ⚠"
-    return f"{stats.mean:.1f} ± {stats.std:.1f} (n={stats.n}){flag}"
+    return "—" if stats is None else format_score(stats.mean, stats.std, stats.n)
 
 
 def format_average(value: Average | None) -> str:
-    if value is None:
-        return "—"
-    if value.n == 1:
-        return f"{value.mean:.1f} (n=1)"
-    flag = "" if value.n >= 3 else " ⚠"
-    return f"{value.mean:.1f} ± {value.sem * math.sqrt(value.n):.1f} (n={value.n}){flag}"
+    return "—" if value is None else format_score(value.mean, value.sem * math.sqrt(value.n), value.n)
 
 
 def row_measurements(results: Sequence[dict[str, Any]], row: str) -> dict[str, Any]:
