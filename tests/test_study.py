@@ -23,15 +23,15 @@ def study():
 
 
 def fake_result(study, row: str, task: str, seed: int, score: float) -> dict:
-    """A result file's content with the fields the summary reads."""
+    """A result file's content with the fields the summary reads, recorded with the current settings."""
     variant = study.VARIANTS[study.ROWS[row].variant]
     return {
         "row": row,
         "task": task,
         "seed": seed,
         "score": score,
+        "run_glue_args": study.recorded_args(study.Cell(row, task, seed)),
         "seconds": 60.0 * variant.num_layers,
-        "latency_ms": 10.0 * variant.num_layers,
         "parameters_without_classifier": 1_000_000 * variant.num_layers,
         "compression": {"mean_relative_error": None if variant.cp_rank is None else 0.3},
         "environment": {"torch_threads": 2},
@@ -66,7 +66,7 @@ def test_means_stds_and_small_n(study, tmp_path):
     assert "(n=2) ⚠" in study.format_stats(stats["half", "cola"])
     assert study.format_stats(stats["half", "sst2"]) == f"85.2 ± {np.std(scores['half', 'sst2'], ddof=1):.1f} (n=3)"
 
-    text = study.render(study.load_results(tmp_path), image=None)
+    text = study.render(study.load_results(tmp_path), {}, image=None)
     assert "80.0 (n=1)" in text  # a one-seed cell is shown, not hidden
 
 
@@ -97,7 +97,7 @@ def test_rte_enters_the_average_only_if_the_source_beats_chance(study, tmp_path,
     verdict, reason = study.rte_beats_chance(stats)
     assert verdict is included
     assert reason
-    text = study.render(study.load_results(tmp_path), image=None)
+    text = study.render(study.load_results(tmp_path), {}, image=None)
     assert ("RTE is included" if included else "RTE is excluded") in text
     tasks = ["sst2", "cola", "stsb"] + (["rte"] if included else [])
     expected = np.mean([np.mean(scores["source", task]) for task in tasks])
@@ -111,6 +111,28 @@ def test_missing_cells_skip_done_cells_in_breadth_first_order(study, tmp_path):
     assert [cell.seed for cell in cells] == [0, 0, 0, 1, 1, 1, 1]
     first = [study.Cell("source", "sst2", 0), study.Cell("half", "sst2", 0), study.Cell("source", "cola", 0)]
     assert cells[:3] == first
+
+
+def test_a_result_from_other_settings_is_stale(study, tmp_path):
+    write_results(study, tmp_path, {("half", "cola"): [70.0], ("half", "sst2"): [80.0]})
+    path = study.cell_path(tmp_path, study.Cell("half", "cola", 0))
+    result = json.loads(path.read_text())
+    result["run_glue_args"] = [arg for arg in result["run_glue_args"] if not arg.startswith("--num_train_epochs")]
+    result["run_glue_args"].append("--num_train_epochs=1")
+    study.write_json_atomic(path, result)
+
+    assert study.missing_cells(["half"], ["sst2", "cola"], [0], tmp_path) == [study.Cell("half", "cola", 0)]
+    assert [(r["row"], r["task"]) for r in study.load_results(tmp_path)] == [("half", "sst2")]
+
+
+def test_recorded_args_follow_the_task_settings(study):
+    cola = study.recorded_args(study.Cell("half", "cola", 1))
+    assert f"--num_train_epochs={study.TASKS['cola'].num_train_epochs}" in cola
+    assert "--seed=1" in cola
+    assert "--model_name_or_path=$WORK_DIR/checkpoints/half" in cola
+    assert not any(arg.startswith("--max_train_samples") for arg in cola)  # CoLA trains on its full training set
+    sst2 = study.recorded_args(study.Cell("lmbert-adam", "sst2", 0))
+    assert "--max_train_samples=4000" in sst2 and "--optimizer=lmbert_adam" in sst2
 
 
 def test_run_does_not_rerun_a_done_cell(study, tmp_path, monkeypatch):
@@ -137,8 +159,16 @@ def test_summary_writes_results_md(study, tmp_path):
     pytest.importorskip("matplotlib")
     results, docs = tmp_path / "results", tmp_path / "docs"
     write_results(study, results, {(row, task): [60.0, 61.0, 62.5] for row in study.ROWS for task in study.TASKS})
+    study.write_json_atomic(
+        study.latency_path(results, "cp-default"), {"latency_ms": 12.345, "environment": {"torch_threads": 2}}
+    )
     study.main(["--results-dir", str(results), "summary", "--docs-dir", str(docs)])
     text = (docs / "RESULTS.md").read_text()
+    table = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")][: len(study.ROWS)]
+    latency = {cells[0].split("`")[1]: cells[-2] for cells in table}
+    # The rows fine-tuned from the default-recipe checkpoint show its latency; the others have none yet.
+    default_rows = {"cp-default", "joint", "lmbert-adam", "bert-adam"}
+    assert latency == {row: "12.3 ms" if row in default_rows else "—" for row in study.ROWS}
     assert (docs / "study.png").stat().st_size > 0
     assert study.SUMMARY_COMMAND in text
     assert "holds" in text  # the issue's claims are checked from the numbers
