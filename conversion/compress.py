@@ -12,9 +12,7 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from light_mobilebert import LightMobileBertConfig, LightMobileBertForSequenceClassification, LightMobileBertModel
+from light_mobilebert.file_utils import staged_folder
 
 from .decompose import RECIPES, decompose_attention
 from .porting import port_weights
@@ -338,16 +337,8 @@ def compress(
         seed=seed,
     )
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
+    with staged_folder(output) as staging:
         write_checkpoint(model, report, source_checkpoint, staging, repo=push_to_hub or output.name)
-        if output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info(f"Wrote {output} ({report.parameters_after:,} parameters, {report.seconds:.1f} s).")
 
     if push_to_hub:

@@ -155,6 +155,15 @@ class ModelArguments:
             )
         },
     )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Start a new classification head when the checkpoint's has another number of labels (for example "
+                "a model fine-tuned on MNLI, 3 labels, then fine-tuned on RTE, 2 labels)."
+            )
+        },
+    )
 
 
 def parse_args(
@@ -242,13 +251,24 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         revision=model_args.model_revision,
         trust_remote_code=model_args.trust_remote_code,
     )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path,
-        config=config,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        trust_remote_code=model_args.trust_remote_code,
-    )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path,
+            config=config,
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            trust_remote_code=model_args.trust_remote_code,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        )
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error):
+            raise
+        # transformers logs the table of mismatched tensors just before; say what it means for this script.
+        raise ValueError(
+            f"{model_args.model_name_or_path} has weights of other shapes than a {task.name} classifier needs "
+            f"(usually a classification head for another number of labels than {task.num_labels}); pass "
+            "--ignore_mismatched_sizes to start those weights afresh."
+        ) from None
 
     # Preprocessing the raw_datasets
     sentence1_key, sentence2_key = task.sentence_keys

@@ -1,12 +1,13 @@
 """ONNX export of LightMobileBERT: parity on real sentences, dynamic axes, int8 quantisation, GLUE scoring."""
 
+import json
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from light_mobilebert import LightMobileBertConfig, LightMobileBertForSequenceClassification
+from light_mobilebert import LightMobileBertConfig, LightMobileBertForSequenceClassification, export
 from light_mobilebert.export import (
     check_onnx_parity,
     export_onnx,
@@ -129,3 +130,93 @@ def test_clear_error_without_onnxruntime(monkeypatch, onnx_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"light-mobilebert\[edge\]"):
         onnx_session(onnx_path)
+
+
+@pytest.fixture(scope="module")
+def model_dir(model, minilm_tokenizer, tmp_path_factory):
+    """The tiny classifier saved with its tokenizer, as `run_glue.py` leaves a fine-tuned model."""
+    folder = tmp_path_factory.mktemp("fine-tuned")
+    model.save_pretrained(folder)
+    minilm_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def torch_sst2_accuracy(model, tokenizer, glue_dir) -> float:
+    """SST-2 dev accuracy of the PyTorch model, computed here from the TSV file."""
+    rows = [line.split("\t") for line in (glue_dir / "SST-2" / "dev.tsv").read_text().splitlines()[1:]]
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), 128):
+            batch = rows[start : start + 128]
+            encoding = tokenizer([r[0] for r in batch], padding=True, truncation=True, return_tensors="pt")
+            predictions = model(**encoding).logits.argmax(-1)
+            correct += sum(int(p) == int(r[1]) for p, r in zip(predictions, batch, strict=True))
+    return correct / len(rows)
+
+
+@pytest.mark.integration
+def test_cli_exports_int8_and_reports_its_accuracy_cost(
+    model, model_dir, minilm_tokenizer, glue_dir, tmp_path, capsys
+):
+    """End to end on the real SST-2 dev set."""
+    output = tmp_path / "onnx"
+    argv = [str(model_dir), str(output), "--int8", "--task", "sst2", "--glue-dir", str(glue_dir)]
+    assert export.main(argv) == 0
+
+    assert {"model.onnx", "model.int8.onnx", "config.json", "tokenizer.json", "export_report.json"} <= {
+        path.name for path in output.iterdir()
+    }
+    report = json.loads((output / "export_report.json").read_text())
+    assert report["parity"]["max_abs_logit_difference"] <= 1e-4
+    assert report["parity"]["sentences"] == export.PARITY_SENTENCES
+    # The float32 export scores what the PyTorch model scores; the int8 delta is reported against it.
+    int8, fp32 = report["dev_metrics"]["int8"]["accuracy"], report["dev_metrics"]["fp32"]["accuracy"]
+    assert fp32 == pytest.approx(torch_sst2_accuracy(model, minilm_tokenizer, glue_dir))
+    assert report["int8_minus_fp32_points"]["accuracy"] == pytest.approx(100 * (int8 - fp32))
+    assert "int8 - fp32 (points): accuracy" in capsys.readouterr().out
+
+
+def test_cli_without_task_checks_parity_on_builtin_sentences(model_dir, tmp_path):
+    output = tmp_path / "onnx"
+    assert export.main([str(model_dir), str(output)]) == 0
+    report = json.loads((output / "export_report.json").read_text())
+    assert report["parity"]["max_abs_logit_difference"] <= 1e-4
+    assert "dev_metrics" not in report and not (output / "model.int8.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--task", "sst2"], "--task and --glue-dir go together"),
+        (["--per-tensor"], "add --int8"),
+        (["--quantize-embeddings"], "add --int8"),
+        (["--max-length", "1"], "--max-length must be at least 2"),
+        (["--task", "stsb", "--glue-dir", "GLUE"], "the model has 2 labels but stsb has 1"),
+        (["--task", "mnli", "--glue-dir", "GLUE"], "MNLI"),  # not in the shared GLUE folder
+        (["--task", "sts", "--glue-dir", "GLUE"], "Unknown GLUE task 'sts'"),
+    ],
+)
+def test_cli_rejects_bad_input_in_one_line_and_writes_nothing(model_dir, glue_dir, tmp_path, capsys, extra, message):
+    extra = [str(glue_dir) if arg == "GLUE" else arg for arg in extra]
+    assert export.main([str(model_dir), str(tmp_path / "onnx"), *extra]) == 2
+    # One line says what is wrong (loading the model may print progress bars before it).
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_an_existing_output_and_a_missing_model(model_dir, tmp_path, capsys):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert export.main([str(model_dir), str(existing)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert export.main([str(tmp_path / "no-such-model"), str(tmp_path / "onnx")]) == 2
+    assert "cannot load a sequence classifier" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == ["existing"]
+
+
+def test_failed_parity_leaves_nothing_behind(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(export, "check_onnx_parity", lambda *args, **kwargs: 0.5)
+    assert export.main([str(model_dir), str(tmp_path / "onnx"), "--int8"]) == 2
+    assert "differs from PyTorch by 0.5" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

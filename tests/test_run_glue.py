@@ -9,7 +9,13 @@ import datasets
 import pytest
 import torch
 import transformers
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+)
 
 from light_mobilebert.glue import compute_glue_metrics, load_glue_tsv
 
@@ -57,10 +63,9 @@ def restore_library_verbosity():
     datasets.utils.logging.set_verbosity(datasets_level)
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, minilm_path) -> Path:
-    """A 2-layer, 32-wide randomly initialised BERT without a head, saved with the real MiniLM (uncased) tokenizer."""
-    path = tmp_path_factory.mktemp("tiny-bert")
+def save_tiny_bert(path: Path, tokenizer_path: Path, model_class: type = BertModel, **config_overrides) -> Path:
+    """Saves a randomly initialised 32-wide BERT (2 layers unless overridden) with the real MiniLM (uncased)
+    tokenizer."""
     config = BertConfig(
         vocab_size=30522,
         hidden_size=32,
@@ -68,11 +73,18 @@ def tiny_model_dir(tmp_path_factory, minilm_path) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        **config_overrides,
     )
     torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    model_class(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, minilm_path) -> Path:
+    """A tiny BERT without a head."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_path)
 
 
 def _read_json(path: Path) -> dict:
@@ -246,3 +258,24 @@ def test_mnli_evaluates_both_dev_sets_with_mm_suffix(run_glue, tiny_model_dir, t
 def test_unknown_task_is_rejected_before_loading_anything(run_glue, tmp_path):
     with pytest.raises(ValueError, match="Unknown GLUE task 'sst-2'; the known tasks are: cola, sst2"):
         run_glue.main(["--model_name_or_path", "unused", "--task_name", "sst-2", "--output_dir", str(tmp_path)])
+
+
+@pytest.fixture(scope="module")
+def three_label_model_dir(tmp_path_factory, minilm_path) -> Path:
+    """A tiny BERT classifier with a 3-label head, as after fine-tuning on MNLI."""
+    path = tmp_path_factory.mktemp("tiny-bert-3-labels")
+    return save_tiny_bert(path, minilm_path, BertForSequenceClassification, num_labels=3)
+
+
+@pytest.mark.integration
+def test_a_head_for_another_number_of_labels_needs_ignore_mismatched_sizes(
+    run_glue, three_label_model_dir, glue_dir, tmp_path
+):
+    args = ["--model_name_or_path", str(three_label_model_dir), "--task_name", "sst2", "--glue_dir", str(glue_dir)]
+    args += ["--do_eval", "--max_eval_samples", "16", *COMMON_ARGS]
+    with pytest.raises(ValueError, match="pass --ignore_mismatched_sizes"):
+        run_glue.main([*args, "--output_dir", str(tmp_path / "refused")])
+
+    # With the flag, the 3-label head is replaced by a 2-label one and SST-2 is scored.
+    metrics = run_glue.main([*args, "--output_dir", str(tmp_path / "sst2"), "--ignore_mismatched_sizes"])
+    assert metrics["eval_samples"] == 16 and 0.0 <= metrics["eval_accuracy"] <= 1.0

@@ -3,23 +3,33 @@
 Needs the optional `edge` dependencies (`pip install "light-mobilebert[edge]"`): `onnx`, `onnxruntime` and, for the
 export, `onnxscript`.
 
+From the command line, a fine-tuned classifier folder becomes a deployable ONNX folder (fp32, optionally int8, with the
+tokenizer and a report of the parity check and of the accuracy cost of quantisation on a GLUE dev set):
+
+    python -m light_mobilebert.export MODEL_DIR OUTPUT_DIR --int8 --task sst2 --glue-dir ../shared/data/glue
+
 The export uses the `torch.export`-based ("dynamo") exporter. The legacy TorchScript exporter (`dynamo=False`) also
 gives a correct graph for LightMobileBERT and exports faster, but it is deprecated since PyTorch 2.9 and traces: any
 Python branch on a shape is silently frozen into the graph, whereas `torch.export` records it as a guard on the
 dynamic axes or fails loudly. Both graphs run equally fast with onnxruntime.
 """
 
+import argparse
 import importlib
 import inspect
+import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
+
+from .file_utils import staged_folder
 
 
 if TYPE_CHECKING:
@@ -30,8 +40,10 @@ logger = logging.get_logger(__name__)
 
 __all__ = [
     "ONNX_INPUT_NAMES",
+    "ExportError",
     "check_onnx_parity",
     "classifier_input_names",
+    "export_classifier",
     "export_onnx",
     "onnx_accuracy",
     "onnx_logits",
@@ -48,6 +60,23 @@ _EXAMPLE_SENTENCES = ("A short example.", "A longer example sentence, so that th
 
 # ONNX protobufs cannot exceed 2 GiB; larger models must keep their weights in an external data file.
 _PROTOBUF_LIMIT = 2**31
+
+# The largest logit difference between PyTorch and the float32 export that `export_classifier` accepts.
+PARITY_TOLERANCE = 1e-4
+# `export_classifier` checks parity on this many dev sentences of the task, or on these sentences without a task.
+PARITY_SENTENCES = 64
+_DEFAULT_PARITY_SENTENCES = (
+    "The movie was a delight from start to finish.",
+    "I would not recommend this restaurant to anyone.",
+    "The committee postponed its decision until next week.",
+    "Is this the train that goes to the airport?",
+    "A quiet, thoughtful film that rewards patience, though its second half drags.",
+    "Numbers: 3.14, 2,718 and 1e-4 tokenise into several word pieces.",
+)
+
+
+class ExportError(Exception):
+    """A problem with the inputs of [`export_classifier`] or with its result, with a one-line explanation."""
 
 
 def _require(module: str) -> Any:
@@ -267,7 +296,7 @@ def check_onnx_parity(
 def quantize_dynamic_int8(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    per_channel: bool = False,
+    per_channel: bool = True,
     quantize_embeddings: bool = False,
 ) -> Path:
     """
@@ -289,8 +318,10 @@ def quantize_dynamic_int8(
             A float32 model from [`export_onnx`].
         out_path (`str` or `os.PathLike`):
             Where to write the int8 model; its folder is created.
-        per_channel (`bool`, *optional*, defaults to `False`):
-            One weight scale per output column instead of one per matrix: same speed, possibly more accurate.
+        per_channel (`bool`, *optional*, defaults to `True`):
+            One weight scale per output column instead of one per matrix: the same speed, and more accurate. On the
+            study's fine-tuned SST-2 model (`+ CP default + joint + LMBert_Adam`, seed 0) the dev accuracy moves by
+            +0.34 points from float32 with per-column scales and by -0.57 with one scale per matrix.
         quantize_embeddings (`bool`, *optional*, defaults to `False`):
             Also store the embedding tables in int8 (per-tensor scale): a smaller file (LightMobileBERT: 17 MB
             instead of 29 MB) at the same speed, at some risk to accuracy; check it with [`onnx_accuracy`].
@@ -360,3 +391,185 @@ def onnx_accuracy(
         max_length=max_length,
     )
     return compute_glue_metrics(glue_task.name, logits, np.asarray(dataset["label"]))
+
+
+def export_classifier(
+    model_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    int8: bool = False,
+    per_channel: bool = True,
+    quantize_embeddings: bool = False,
+    task: str | None = None,
+    glue_dir: str | os.PathLike | None = None,
+    max_length: int = 128,
+    opset: int = 18,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """
+    Exports a fine-tuned sequence classifier folder to a folder ready for onnxruntime.
+
+    The output holds `model.onnx` (float32), `model.int8.onnx` with `int8=True`, the tokenizer and config, and
+    `export_report.json`. The float32 graph is checked against PyTorch on real sentences (the first
+    [`PARITY_SENTENCES`] dev sentences of `task`, or built-in sentences): a difference above [`PARITY_TOLERANCE`] is
+    an error. With `task`, both graphs are scored on the task's dev set and the report gives the metrics and the
+    int8 - fp32 difference in points. Nothing is written unless every step succeeds.
+
+    Args:
+        model_dir (`str` or `os.PathLike`):
+            A folder (or Hub id) with a sequence classifier and its tokenizer, e.g. the output of `run_glue.py`.
+        output (`str` or `os.PathLike`):
+            The folder to write.
+        int8 (`bool`, *optional*, defaults to `False`):
+            Also write the dynamically quantised model (see [`quantize_dynamic_int8`]).
+        per_channel (`bool`, *optional*, defaults to `True`):
+            Per-column weight scales for the int8 model; `False` uses one scale per matrix.
+        quantize_embeddings (`bool`, *optional*, defaults to `False`):
+            Also store the embedding tables of the int8 model in int8.
+        task (`str`, *optional*):
+            A GLUE task the model was fine-tuned on, to score the exported models on its dev set.
+        glue_dir (`str` or `os.PathLike`, *optional*):
+            The root of the official GLUE TSV release; required with `task`.
+        max_length (`int`, *optional*, defaults to 128):
+            Longer examples are truncated (use the fine-tuning length).
+        opset (`int`, *optional*, defaults to 18):
+            The ONNX opset version.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace `output` if it exists.
+
+    Returns:
+        `dict[str, Any]`: the content of `export_report.json`.
+
+    Raises:
+        ExportError: for a bad input or a failed parity check, before anything is written.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ExportError(f"output {output} already exists; pass --overwrite to replace it")
+    if (task is None) != (glue_dir is None):
+        raise ExportError("--task and --glue-dir go together: the dev set is read from the GLUE folder")
+    if not int8 and (not per_channel or quantize_embeddings):
+        raise ExportError("--per-tensor and --quantize-embeddings only apply to the int8 model: add --int8")
+    if max_length < 2:
+        raise ExportError(f"--max-length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            _require(module)
+        except ImportError as error:
+            raise ExportError(str(error)) from None
+
+    # Imported here: `glue` pulls in datasets, scikit-learn and SciPy, which exporting alone does not need.
+    from .glue import get_glue_task, load_glue_tsv
+
+    parity_sentences = list(_DEFAULT_PARITY_SENTENCES)
+    if task is not None:
+        try:
+            glue_task = get_glue_task(task)
+            dev = load_glue_tsv(glue_dir, glue_task.name, glue_task.validation_files[0][0])
+        except (ValueError, OSError) as error:
+            raise ExportError(str(error)) from None
+        parity_sentences = list(dev[glue_task.sentence_keys[0]][:PARITY_SENTENCES])
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"cannot load a sequence classifier and its tokenizer from {model_dir}: {error}") from None
+    if task is not None and model.config.num_labels != glue_task.num_labels:
+        raise ExportError(
+            f"the model has {model.config.num_labels} labels but {glue_task.name} has {glue_task.num_labels}: "
+            "was it fine-tuned on another task?"
+        )
+
+    report: dict[str, Any] = {"model": str(model_dir), "opset": opset, "max_length": max_length}
+    with staged_folder(output) as staging:
+        fp32_path = export_onnx(model, tokenizer, staging / "model.onnx", opset=opset)
+        difference = check_onnx_parity(model, fp32_path, tokenizer, parity_sentences, max_length=max_length)
+        report["parity"] = {"max_abs_logit_difference": difference, "sentences": len(parity_sentences)}
+        if not difference <= PARITY_TOLERANCE:
+            raise ExportError(
+                f"the float32 ONNX model differs from PyTorch by {difference:.3g} (tolerance {PARITY_TOLERANCE:g}); "
+                "nothing was written"
+            )
+        paths = {"fp32": fp32_path}
+        if int8:
+            paths["int8"] = quantize_dynamic_int8(
+                fp32_path,
+                staging / "model.int8.onnx",
+                per_channel=per_channel,
+                quantize_embeddings=quantize_embeddings,
+            )
+            report["int8"] = {"per_channel": per_channel, "quantize_embeddings": quantize_embeddings}
+        report["files"] = {name: path.name for name, path in paths.items()}
+        if task is not None:
+            report["task"] = glue_task.name
+            metrics = {}
+            for name, path in paths.items():
+                logger.info(f"Scoring the {name} model on the {glue_task.name} dev set.")
+                metrics[name] = onnx_accuracy(path, tokenizer, glue_task.name, glue_dir, max_length=max_length)
+            report["dev_metrics"] = metrics
+            if int8:
+                report["int8_minus_fp32_points"] = {
+                    key: 100 * (metrics["int8"][key] - metrics["fp32"][key]) for key in metrics["fp32"]
+                }
+        tokenizer.save_pretrained(staging)
+        model.config.save_pretrained(staging)
+        (staging / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    logger.info(f"Wrote {output}.")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m light_mobilebert.export",
+        description="Export a fine-tuned sequence classifier to ONNX (float32, optionally int8), check parity with "
+        "PyTorch and, with --task, score the exported models on a GLUE dev set.",
+    )
+    parser.add_argument("model", help="fine-tuned classifier folder (or Hub id) with its tokenizer")
+    parser.add_argument("output", help="folder to write")
+    parser.add_argument("--int8", action="store_true", help="also write the dynamically quantised int8 model")
+    parser.add_argument(
+        "--per-tensor", action="store_true", help="int8: one weight scale per matrix instead of one per output column"
+    )
+    parser.add_argument("--quantize-embeddings", action="store_true", help="int8: also store embeddings in int8")
+    parser.add_argument("--task", default=None, help="GLUE task the model was fine-tuned on, to score the exports")
+    parser.add_argument("--glue-dir", default=None, help="root of the official GLUE TSV files (with --task)")
+    parser.add_argument("--max-length", type=int, default=128, help="truncation length (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (`python -m light_mobilebert.export`, `light-mobilebert-export`)."""
+    args = build_parser().parse_args(argv)
+    logging.set_verbosity_info()
+    try:
+        report = export_classifier(
+            args.model,
+            args.output,
+            int8=args.int8,
+            per_channel=not args.per_tensor,
+            quantize_embeddings=args.quantize_embeddings,
+            task=args.task,
+            glue_dir=args.glue_dir,
+            max_length=args.max_length,
+            opset=args.opset,
+            overwrite=args.overwrite,
+        )
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    lines = [f"{args.output}: parity {report['parity']['max_abs_logit_difference']:.2g} (max |logit difference|)"]
+    for name, metrics in report.get("dev_metrics", {}).items():
+        scores = ", ".join(f"{key} {100 * value:.2f}" for key, value in metrics.items())
+        lines.append(f"  {report['task']} dev, {name}: {scores}")
+    if "int8_minus_fp32_points" in report:
+        deltas = ", ".join(f"{key} {value:+.2f}" for key, value in report["int8_minus_fp32_points"].items())
+        lines.append(f"  int8 - fp32 (points): {deltas}")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
