@@ -1,6 +1,8 @@
 """ONNX export of LightMobileBERT: parity on real sentences, dynamic axes, int8 quantisation, GLUE scoring."""
 
 import json
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -220,3 +222,10 @@ def test_failed_parity_leaves_nothing_behind(model_dir, tmp_path, monkeypatch, c
     assert export.main([str(model_dir), str(tmp_path / "onnx"), "--int8"]) == 2
     assert "differs from PyTorch by 0.5" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_is_installed():
+    executable = shutil.which("light-mobilebert-export")
+    assert executable is not None
+    result = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--per-tensor" in result.stdout
