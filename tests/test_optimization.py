@@ -156,11 +156,12 @@ def test_clipping_is_per_parameter():
     assert not np.allclose(actual[1], global_clipping[1], atol=1e-4)
 
 
-def test_clipping_leaves_grad_untouched():
-    p = torch.tensor([1.0, 2.0], requires_grad=True)
-    p.grad = torch.tensor([30.0, -40.0])
+def test_clipping_scales_grad_in_place_like_clip_grad_norm():
+    # Norm 50 > 1: the gradient becomes (30, -40) / (50 + 1e-6), as `clip_grad_norm_(p, 1.0)` leaves it.
+    p = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    p.grad = torch.tensor([30.0, -40.0], dtype=torch.float64)
     LMBertAdam([p], lr=0.1, max_grad_norm=1.0).step()
-    assert torch.equal(p.grad, torch.tensor([30.0, -40.0]))
+    torch.testing.assert_close(p.grad, torch.tensor([30.0, -40.0], dtype=torch.float64) / (50.0 + 1e-6))
 
 
 def test_parameters_without_gradient_are_skipped():

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
+from torch.optim.adamw import adamw
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -50,7 +51,7 @@ class _BertAdamBase(Optimizer):
     4. \\(p \\leftarrow p - \\eta \\left( \\hat m / (\\sqrt{\\hat v} + \\epsilon) + \\lambda p \\right)\\): the weight
        decay \\(\\lambda\\) is decoupled from the moments and scaled by the learning rate, as in AdamW.
 
-    Unlike the authors' code, the clipping works on a copy: `p.grad` is left as the caller computed it.
+    As in the authors' code (`clip_grad_norm_`), the clipping scales `p.grad` in place.
     """
 
     bias_correction: bool
@@ -98,43 +99,73 @@ class _BertAdamBase(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
+            params = []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients.")
-
                 state = self.state[p]
                 if len(state) == 0:
-                    state["step"] = 0
+                    # The layout of `torch.optim.AdamW`'s state, whose kernel runs the update.
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                step = state["step"]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-
-                if group["max_grad_norm"] is not None:
-                    clip_coef = group["max_grad_norm"] / (torch.linalg.vector_norm(grad) + _CLIP_EPS)
-                    grad = grad * clip_coef.clamp(max=1.0)
-
-                exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                # In place, one temporary: on MiniLM's 11.7M-entry word embeddings each extra full-size temporary
-                # costs about as much as the whole torch AdamW step. (m / b1) / (sqrt(v / b2) + eps) is computed as
-                # m / (sqrt(v) / sqrt(b2) + eps) scaled by 1 / b1, and the decay p - lr * wd * p as p * (1 - lr * wd).
-                step_size = group["lr"]
-                denominator = exp_avg_sq.sqrt()
-                if self.bias_correction:
-                    step_size /= 1.0 - beta1**step
-                    denominator.div_(math.sqrt(1.0 - beta2**step))
-                denominator.add_(group["eps"])
-                if group["weight_decay"] > 0.0:
-                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
-                p.addcdiv_(exp_avg, denominator, value=-step_size)
+                params.append(p)
+            if self.bias_correction:
+                # The kernel reads each parameter's step count where it lives: no synchronisation with the device.
+                self._update(group, params)
+            else:
+                # The cancelled corrections depend on the step count: parameters that have stepped equally often
+                # (usually the whole group) share one call.
+                buckets: dict[float, list[torch.Tensor]] = {}
+                for p in params:
+                    buckets.setdefault(float(self.state[p]["step"]), []).append(p)
+                for step, bucket in buckets.items():
+                    self._update(group, bucket, step + 1)
 
         return loss
+
+    def _update(self, group: dict[str, Any], params: list[torch.Tensor], step: float | None = None) -> None:
+        """Runs the update of `params` with torch's AdamW kernel; without bias correction, all are at step `step`
+        (counted from 1).
+
+        With bias correction the update is exactly AdamW's on the clipped gradients. Without it, AdamW's corrections
+        are cancelled through its hyper-parameters: with b1 = 1 - beta1^t and b2 = 1 - beta2^t, AdamW's step
+        lr' (m / b1) / (sqrt(v / b2) + eps') equals lr m / (sqrt(v) + eps) for lr' = lr b1 / sqrt(b2) and
+        eps' = eps / sqrt(b2), and its decay lr' wd' p equals lr wd p for wd' = wd sqrt(b2) / b1.
+        """
+        beta1, beta2 = group["betas"]
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        if not self.bias_correction:
+            correction1, root_correction2 = 1.0 - beta1**step, math.sqrt(1.0 - beta2**step)
+            lr, eps = lr * correction1 / root_correction2, eps / root_correction2
+            weight_decay = weight_decay * root_correction2 / correction1
+        grads = [p.grad for p in params]
+        if group["max_grad_norm"] is not None:
+            # Each parameter's gradient clipped by its own norm, in place as `clip_grad_norm_` does (a copy of
+            # MiniLM's 11.7M-entry embedding gradient costs more than the whole AdamW step); no synchronisation.
+            for grad in grads:
+                grad.mul_((group["max_grad_norm"] / (torch.linalg.vector_norm(grad) + _CLIP_EPS)).clamp(max=1.0))
+        states = [self.state[p] for p in params]
+        adamw(
+            params,
+            grads,
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            [],
+            [state["step"] for state in states],
+            # The fused kernel reads and writes each tensor once: on MiniLM-sized embeddings the whole step costs
+            # about what torch's fused AdamW does, where the same update in separate tensor operations cost 2.3x.
+            fused=all(p.device.type in ("cpu", "cuda") for p in params),
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=lr,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=False,
+        )
 
 
 class LMBertAdam(_BertAdamBase):
