@@ -155,8 +155,9 @@ class _BertAdamBase(Optimizer):
             [state["exp_avg_sq"] for state in states],
             [],
             [state["step"] for state in states],
-            # The fused kernel reads and writes each tensor once: on MiniLM-sized embeddings the whole step costs
-            # about what torch's fused AdamW does, where the same update in separate tensor operations cost 2.3x.
+            # The fused kernel reads and writes each tensor once. `benchmarks/bench_optimizer.py` (3-layer MiniLM
+            # shapes): 33 ms per step, against 16 ms for torch's fused AdamW (the clipping adds a norm and a scaling
+            # pass) and 85 ms for foreach AdamW.
             fused=all(p.device.type in ("cpu", "cuda") for p in params),
             amsgrad=False,
             beta1=beta1,
