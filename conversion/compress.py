@@ -238,7 +238,8 @@ A **LightMobileBERT** encoder converted from [`{source}`]({source_link}) with
 ```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{repo}")
+# AutoTokenizer reads config.json first, whose model type is custom, even for this plain BertTokenizer.
+tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained("{repo}", trust_remote_code=True, num_labels=2)
 ```
 

@@ -113,6 +113,12 @@ def test_missing_cells_skip_done_cells_in_breadth_first_order(study, tmp_path):
     assert cells[:3] == first
 
 
+def test_a_diagnostic_row_runs_only_its_tasks(study, tmp_path):
+    cells = study.missing_cells(["half", "cp-full-rank"], list(study.TASKS), [0], tmp_path)
+    assert [cell for cell in cells if cell.row == "cp-full-rank"] == [study.Cell("cp-full-rank", "stsb", 0)]
+    assert len([cell for cell in cells if cell.row == "half"]) == len(study.TASKS)
+
+
 def test_a_result_from_other_settings_is_stale(study, tmp_path):
     write_results(study, tmp_path, {("half", "cola"): [70.0], ("half", "sst2"): [80.0]})
     path = study.cell_path(tmp_path, study.Cell("half", "cola", 0))
@@ -158,17 +164,23 @@ def test_write_json_atomic_leaves_no_temporary_file(study, tmp_path):
 def test_summary_writes_results_md(study, tmp_path):
     pytest.importorskip("matplotlib")
     results, docs = tmp_path / "results", tmp_path / "docs"
-    write_results(study, results, {(row, task): [60.0, 61.0, 62.5] for row in study.ROWS for task in study.TASKS})
+    scores = {(row, task): [60.0, 61.0, 62.5] for row in study.MAIN_ROWS for task in study.TASKS}
+    write_results(study, results, {**scores, ("cp-full-rank", "stsb"): [70.0, 71.0, 72.5]})
     study.write_json_atomic(
         study.latency_path(results, "cp-default"), {"latency_ms": 12.345, "environment": {"torch_threads": 2}}
     )
     study.main(["--results-dir", str(results), "summary", "--docs-dir", str(docs)])
     text = (docs / "RESULTS.md").read_text()
-    table = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")][: len(study.ROWS)]
+    table = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")][: len(study.MAIN_ROWS)]
     latency = {cells[0].split("`")[1]: cells[-2] for cells in table}
     # The rows fine-tuned from the default-recipe checkpoint show its latency; the others have none yet.
     default_rows = {"cp-default", "joint", "lmbert-adam", "bert-adam"}
-    assert latency == {row: "12.3 ms" if row in default_rows else "—" for row in study.ROWS}
+    assert latency == {row: "12.3 ms" if row in default_rows else "—" for row in study.MAIN_ROWS}
+    # The diagnostic row is compared with half depth on STS-B only: +10 points, 2 SE of the difference of two
+    # 3-seed means with the same spread.
+    two_se = 2 * math.sqrt(2 * np.var([60.0, 61.0, 62.5], ddof=1) / 3)
+    diagnostic = next(line for line in text.splitlines() if line.startswith("| `cp-full-rank`"))
+    assert f"| STS-B | 71.2 ± 1.3 (n=3) | +10.0 ± {two_se:.1f} points (better) |" in diagnostic
     assert (docs / "study.png").stat().st_size > 0
     assert study.SUMMARY_COMMAND in text
     assert "holds" in text  # the claims are checked from the numbers
