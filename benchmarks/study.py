@@ -436,10 +436,10 @@ def run_cell(cell: Cell, work_dir: Path, results_dir: Path, glue_dir: Path, time
     return result
 
 
-def expected_seconds(cell: Cell, results_dir: Path) -> float:
+def expected_seconds(cell: Cell, results: Sequence[dict[str, Any]]) -> float:
     """How long `cell` should take: the slowest finished cell of the same row and task, else the slowest of the same
     task scaled by depth, else `DEFAULT_CELL_SECONDS`."""
-    results = [result for result in load_results(results_dir) if result["task"] == cell.task]
+    results = [result for result in results if result["task"] == cell.task]
     same_row = [result["seconds"] for result in results if result["row"] == cell.row]
     if same_row:
         return max(same_row)
@@ -457,10 +457,12 @@ def run(args: argparse.Namespace) -> int:
     logger.info(f"{len(cells)} cells to run; results in {results_dir}, scratch in {work_dir}")
     budget = None if args.max_minutes is None else 60 * args.max_minutes
     start = time.perf_counter()
+    # Loaded once (it warns about stale files), then extended with each finished cell.
+    results = load_results(results_dir)
     done = 0
     for cell in logging.tqdm(cells, desc="study cells", unit="cell"):
         remaining = None if budget is None else budget - (time.perf_counter() - start)
-        if remaining is not None and expected_seconds(cell, results_dir) > remaining:
+        if remaining is not None and expected_seconds(cell, results) > remaining:
             logger.warning(f"Stopping before {cell.name}: {remaining / 60:.1f} minutes of the budget left.")
             break
         try:
@@ -468,6 +470,7 @@ def run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             logger.warning(f"{cell.name} ran past the budget and was stopped; it stays missing.")
             break
+        results.append(result)
         done += 1
         logger.info(f"{cell.name}: {result['score']:.2f} in {result['seconds']:.0f} s")
     logger.info(f"Finished {done} of {len(cells)} cells in {(time.perf_counter() - start) / 60:.1f} minutes.")

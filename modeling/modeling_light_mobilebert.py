@@ -45,7 +45,9 @@ class NoNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(feat_size))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return hidden_states * self.weight + self.bias
+        # One fused kernel instead of a multiply and an add: 97 NoNorms per forward pass of the 12-layer model, and at
+        # batch 1 the cost of such small element-wise ops is mostly their dispatch.
+        return torch.addcmul(self.bias, hidden_states, self.weight)
 
 
 def build_norm(config: LightMobileBertConfig, size: int) -> nn.Module:

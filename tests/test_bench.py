@@ -1,7 +1,9 @@
 """The benchmark CLI, end to end on two one-layer models, and its published configurations."""
 
 import json
+import statistics
 
+import numpy as np
 import pytest
 import torch
 from transformers import MobileBertConfig, MobileBertForSequenceClassification
@@ -25,6 +27,7 @@ def test_mobilebert_configuration_is_the_published_one(mobilebert_config):
 def test_cli_end_to_end(tmp_path, mobilebert_config, capsys):
     output_dir = tmp_path / "results"
     argv = ["--models", "mobilebert", "light-mobilebert", "--num-hidden-layers", "1", "--runs", "3", "--warmup", "1"]
+    argv += ["--rounds", "2"]
     argv += ["--batch-sizes", "1", "2", "--seq-len", "8", "--threads", "1", "--output-dir", str(output_dir)]
     assert main(argv) == 0
 
@@ -50,17 +53,27 @@ def test_cli_end_to_end(tmp_path, mobilebert_config, capsys):
     for row in rows.values():
         assert set(row["batches"]) == {"1", "2"}
         for batch_size, figures in row["batches"].items():
-            assert figures["runs"] == len(figures["latencies_ms"]) == 3
+            # Two rounds of 3 timed runs, pooled; each round's own median is kept.
+            assert figures["runs"] == len(figures["latencies_ms"]) == 6
+            assert figures["median_ms"] == pytest.approx(statistics.median(figures["latencies_ms"]))
+            latencies = figures["latencies_ms"]
+            expected_rounds = [statistics.median(latencies[:3]), statistics.median(latencies[3:])]
+            assert figures["round_medians_ms"] == pytest.approx(expected_rounds)
             assert 0 < figures["median_ms"] <= figures["p90_ms"] <= max(figures["latencies_ms"])
             assert figures["throughput_per_s"] == pytest.approx(int(batch_size) / figures["median_ms"] * 1000)
-            reference = rows["mobilebert"]["batches"][batch_size]["median_ms"]
-            assert figures["latency_vs_mobilebert"] == pytest.approx(figures["median_ms"] / reference)
+            reference = rows["mobilebert"]["batches"][batch_size]
+            assert figures["latency_vs_mobilebert"] == pytest.approx(figures["median_ms"] / reference["median_ms"])
+            assert figures["latency_vs_mobilebert_by_round"] == pytest.approx(
+                np.divide(figures["round_medians_ms"], reference["round_medians_ms"])
+            )
 
     markdown = (output_dir / "bench.md").read_text()
     assert markdown in capsys.readouterr().out
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(table) == 3  # header and two rows
     assert table[2].startswith(f"| {BENCH_MODELS['light-mobilebert'].label} | PyTorch |")
+    by_round = rows["light-mobilebert"]["batches"]["1"]["latency_vs_mobilebert_by_round"]
+    assert f"x ({min(by_round):.2f}-{max(by_round):.2f}) |" in table[2]
     assert (output_dir / "bench.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 

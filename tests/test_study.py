@@ -184,3 +184,10 @@ def test_summary_writes_results_md(study, tmp_path):
     assert (docs / "study.png").stat().st_size > 0
     assert study.SUMMARY_COMMAND in text
     assert "holds" in text  # the claims are checked from the numbers
+
+
+def test_expected_seconds_scale_with_depth(study):
+    results = [{**fake_result(study, "half", "sst2", 0, 80.0), "seconds": 120.0}]
+    assert study.expected_seconds(study.Cell("half", "sst2", 1), results) == 120.0
+    assert study.expected_seconds(study.Cell("source", "sst2", 0), results) == 240.0  # 6 layers instead of 3
+    assert study.expected_seconds(study.Cell("half", "cola", 0), results) == study.DEFAULT_CELL_SECONDS

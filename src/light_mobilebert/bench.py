@@ -258,6 +258,7 @@ class BenchSettings:
     runs: int = 30
     warmup: int = 2
     max_seconds: float = 10.0
+    rounds: int = 1
     batch_sizes: tuple[int, ...] = (1, 32)
     seq_len: int = 128
     attn_implementation: str = "eager"
@@ -443,18 +444,37 @@ def measure_model(name: str, settings: BenchSettings, onnx_path: str | None = No
             deadline = time.perf_counter() + settings.max_seconds
             while len(latencies) < settings.runs and (len(latencies) < MIN_RUNS or time.perf_counter() < deadline):
                 latencies.append(runner.timed())
-            median = float(np.median(latencies))
             result["batches"][str(batch_size)] = {
-                "latencies_ms": latencies,
-                "runs": len(latencies),
-                "median_ms": median,
-                "p90_ms": float(np.percentile(latencies, 90)),
-                "mean_ms": float(np.mean(latencies)),
-                "std_ms": float(np.std(latencies)),
-                "throughput_per_s": batch_size / median * 1000,
+                **_latency_figures(latencies, batch_size),
                 "forward_memory_bytes": memory,
             }
     return result
+
+
+def _latency_figures(latencies: list[float], batch_size: int) -> dict[str, Any]:
+    median = float(np.median(latencies))
+    return {
+        "latencies_ms": latencies,
+        "runs": len(latencies),
+        "median_ms": median,
+        "p90_ms": float(np.percentile(latencies, 90)),
+        "mean_ms": float(np.mean(latencies)),
+        "std_ms": float(np.std(latencies)),
+        "throughput_per_s": batch_size / median * 1000,
+    }
+
+
+def _merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the same model's rounds: latencies pooled, each round's median kept; memory from the first."""
+    merged = {**rounds[0], "batches": {}}
+    for batch_size, first in rounds[0]["batches"].items():
+        latencies = [latency for result in rounds for latency in result["batches"][batch_size]["latencies_ms"]]
+        merged["batches"][batch_size] = {
+            **first,
+            **_latency_figures(latencies, int(batch_size)),
+            "round_medians_ms": [result["batches"][batch_size]["median_ms"] for result in rounds],
+        }
+    return merged
 
 
 def _measure_in_subprocess(name: str, settings: BenchSettings, onnx_path: str | None) -> dict[str, Any]:
@@ -544,20 +564,29 @@ def run_benchmark(names: Sequence[str], settings: BenchSettings) -> dict[str, An
             "other processes compete for the cores and will inflate the latencies."
         )
 
-    rows = []
+    # Every model is measured once per round, in the same order: a machine whose speed drifts during the run (a
+    # shared VM) then slows every row alike instead of whichever rows were measured during the slow minutes.
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="light-mobilebert-bench-") as folder:
         onnx_names = [name for name in names if BENCH_MODELS[name].onnx is not None]
         exported = _export_onnx_models(onnx_names, settings, Path(folder))
-        progress = tqdm(names, desc="Benchmarking", unit="model")
-        for name in progress:
-            progress.set_postfix_str(name)
-            onnx_path, parameters = exported.get(name, (None, None))
-            row = _measure_in_subprocess(name, settings, onnx_path)
-            if parameters is not None:
-                row["parameters"] = parameters
-            spec = BENCH_MODELS[name]
-            rows.append({**row, "label": spec.label, "runtime": spec.runtime, "note": spec.note})
+        progress = tqdm(total=len(names) * settings.rounds, desc="Benchmarking", unit="model")
+        for round_index in range(settings.rounds):
+            for name in names:
+                progress.set_postfix_str(f"round {round_index + 1}: {name}")
+                onnx_path = exported[name][0] if name in exported else None
+                measured[name].append(_measure_in_subprocess(name, settings, onnx_path))
+                progress.update()
+        progress.close()
     environment["load_average_after"] = os.getloadavg()
+
+    rows = []
+    for name in names:
+        row = _merge_rounds(measured[name])
+        if name in exported:
+            row["parameters"] = exported[name][1]
+        spec = BENCH_MODELS[name]
+        rows.append({**row, "label": spec.label, "runtime": spec.runtime, "note": spec.note})
 
     reference = next((row for row in rows if row["name"] == REFERENCE_MODEL), None)
     for row in rows:
@@ -565,6 +594,12 @@ def run_benchmark(names: Sequence[str], settings: BenchSettings) -> dict[str, An
         for batch_size, figures in row["batches"].items():
             reference_median = None if reference is None else reference["batches"][batch_size]["median_ms"]
             figures["latency_vs_mobilebert"] = None if reference is None else figures["median_ms"] / reference_median
+            reference_rounds = None if reference is None else reference["batches"][batch_size]["round_medians_ms"]
+            figures["latency_vs_mobilebert_by_round"] = (
+                None
+                if reference is None
+                else [own / ref for own, ref in zip(figures["round_medians_ms"], reference_rounds, strict=True)]
+            )
     return {"environment": environment, "settings": asdict(settings), "models": rows}
 
 
@@ -596,10 +631,11 @@ def format_markdown(results: dict[str, Any]) -> str:
         ]
         for batch_size in batch_sizes:
             figures = row["batches"][batch_size]
-            cells += [
-                f"{figures['median_ms']:.1f} ({figures['p90_ms']:.1f})",
-                _ratio(figures["latency_vs_mobilebert"]),
-            ]
+            ratio = _ratio(figures["latency_vs_mobilebert"])
+            by_round = figures["latency_vs_mobilebert_by_round"]
+            if by_round is not None and len(by_round) > 1:
+                ratio += f" ({min(by_round):.2f}-{max(by_round):.2f})"
+            cells += [f"{figures['median_ms']:.1f} ({figures['p90_ms']:.1f})", ratio]
         cells.append(f"{row['batches'][largest]['throughput_per_s']:.1f}")
         cells += [_megabytes(row["batches"][b]["forward_memory_bytes"]) for b in batch_sizes]
         lines.append("| " + " | ".join(cells) + " |")
@@ -610,10 +646,12 @@ def format_markdown(results: dict[str, Any]) -> str:
     notes = [
         f"Device: {settings['device']} ({device}), {environment['threads']} threads; torch {environment['torch']}, "
         f"transformers {environment['transformers']}, onnxruntime {environment['onnxruntime']}.",
-        f"Sequence length {settings['seq_len']}, random token ids, no padding; {settings['warmup']} warm-up runs, "
-        f"then {min(runs)}-{max(runs)} timed runs per cell (at most {settings['runs']}, or fewer after "
-        f"{settings['max_seconds']:g} s); PyTorch attention `{settings['attn_implementation']}` unless the row says "
-        f"otherwise. 1-minute load average {load_before:.2f} before, {load_after:.2f} after.",
+        f"Sequence length {settings['seq_len']}, random token ids, no padding; {settings['rounds']} round(s), each "
+        f"measuring every model in turn in a fresh process: {settings['warmup']} warm-up runs, then up to "
+        f"{settings['runs']} timed runs per cell (fewer after {settings['max_seconds']:g} s); {min(runs)}-{max(runs)} "
+        "timed runs per cell over all rounds, pooled for the median and p90; in brackets after a ratio, the smallest "
+        f"and largest ratio of single rounds. PyTorch attention `{settings['attn_implementation']}` unless the row "
+        f"says otherwise. 1-minute load average {load_before:.2f} before, {load_after:.2f} after.",
         "Ratios divide by MobileBERT's figure of the same run. Weights: parameter and buffer bytes (PyTorch) or the "
         "model file (ONNX). Model memory: resident memory added by building the model or opening the session (CUDA: "
         "allocated). Forward memory: peak resident memory during one pass minus the resident memory before it "
@@ -714,6 +752,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"stop timing a cell after this many seconds, once {MIN_RUNS} runs are done (10)",
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing each cell (2)")
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=1,
+        help="measure every model this many times, in turn, and pool the timings: on a machine whose speed drifts, "
+        "3 or more make the ratios trustworthy (1)",
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=[1, 32], help="batch sizes (1 32)")
     parser.add_argument("--seq-len", type=_positive_int, default=128, help="tokens per example (128)")
     parser.add_argument(
@@ -740,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         runs=args.runs,
         warmup=args.warmup,
         max_seconds=args.max_seconds,
+        rounds=args.rounds,
         batch_sizes=tuple(sorted(set(args.batch_sizes))),
         seq_len=args.seq_len,
         attn_implementation=args.attn_implementation,
