@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 from transformers.utils import logging
 
+from light_mobilebert.cli_logging import enable_info_logging
+
 
 logger = logging.get_logger("light_mobilebert.study")
 
@@ -950,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = build_parser().parse_args(argv)
-    logging.set_verbosity_info()
+    enable_info_logging("light_mobilebert")
     return args.handler(args)
 
 

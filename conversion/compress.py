@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from light_mobilebert import LightMobileBertConfig, LightMobileBertForSequenceClassification, LightMobileBertModel
+from light_mobilebert.cli_logging import enable_info_logging
 from light_mobilebert.file_utils import staged_folder
 
 from .decompose import RECIPES, decompose_attention
@@ -413,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (`python -m conversion.compress`, `light-mobilebert-compress`)."""
     args = build_parser().parse_args(argv)
-    logging.set_verbosity_info()
+    # The modules log as `light_mobilebert.conversion.*` when installed, as `conversion.*` from the repository, and
+    # this one as `__main__` under `python -m conversion.compress`.
+    enable_info_logging("light_mobilebert", "conversion", "__main__")
     try:
         report = compress(
             args.output,

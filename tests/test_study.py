@@ -161,7 +161,7 @@ def test_write_json_atomic_leaves_no_temporary_file(study, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["cell.json"]
 
 
-def test_summary_writes_results_md(study, tmp_path):
+def test_summary_writes_results_md(study, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     results, docs = tmp_path / "results", tmp_path / "docs"
     scores = {(row, task): [60.0, 61.0, 62.5] for row in study.MAIN_ROWS for task in study.TASKS}
@@ -171,6 +171,7 @@ def test_summary_writes_results_md(study, tmp_path):
     )
     study.main(["--results-dir", str(results), "summary", "--docs-dir", str(docs)])
     text = (docs / "RESULTS.md").read_text()
+    assert f"[light_mobilebert.study] Wrote {docs / 'RESULTS.md'}" in capsys.readouterr().err
     table = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")][: len(study.MAIN_ROWS)]
     latency = {cells[0].split("`")[1]: cells[-2] for cells in table}
     # The rows fine-tuned from the default-recipe checkpoint show its latency; the others have none yet.

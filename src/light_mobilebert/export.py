@@ -29,6 +29,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .cli_logging import enable_info_logging
 from .file_utils import staged_folder
 
 
@@ -543,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (`python -m light_mobilebert.export`, `light-mobilebert-export`)."""
     args = build_parser().parse_args(argv)
-    logging.set_verbosity_info()
+    enable_info_logging("light_mobilebert")
     try:
         report = export_classifier(
             args.model,
