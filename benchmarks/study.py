@@ -764,13 +764,34 @@ def diagnostics(stats: dict[tuple[str, str], Stats], measurements: dict[str, dic
     )
 
 
+@dataclass(frozen=True)
+class Tables:
+    """What the report and the figure are drawn from: per-cell statistics, the tasks that enter the average (RTE only
+    if `rte_beats_chance`), the main rows' averages and every row's measurements."""
+
+    stats: dict[tuple[str, str], Stats]
+    tasks: list[str]
+    averages: dict[str, Average | None]
+    measurements: dict[str, dict[str, Any]]
+
+
+def tabulate(results: Sequence[dict[str, Any]]) -> Tables:
+    """The `Tables` of the result files."""
+    stats = aggregate(results)
+    tasks = [task for task in TASKS if task != "rte" or rte_beats_chance(stats)[0]]
+    return Tables(
+        stats=stats,
+        tasks=tasks,
+        averages={row: average(stats, row, tasks) for row in MAIN_ROWS},
+        measurements={row: row_measurements(results, row) for row in ROWS},
+    )
+
+
 def render(results: Sequence[dict[str, Any]], latencies: dict[str, dict[str, Any]], image: str | None) -> str:
     """The whole of `docs/RESULTS.md`, from the result files and the latency files."""
-    stats = aggregate(results)
-    rte_in, rte_reason = rte_beats_chance(stats)
-    tasks = [task for task in TASKS if task != "rte" or rte_in]
-    averages = {row: average(stats, row, tasks) for row in MAIN_ROWS}
-    measurements = {row: row_measurements(results, row) for row in ROWS}
+    tables = tabulate(results)
+    stats, tasks, averages, measurements = tables.stats, tables.tasks, tables.averages, tables.measurements
+    rte_in, rte_reason = "rte" in tasks, rte_beats_chance(stats)[1]
     seeds = sorted({result["seed"] for result in results})
 
     header = ["row", *(task.label for task in TASKS.values()), "average", "parameters", "CPU latency", "CP error"]
@@ -908,14 +929,8 @@ def summary(args: argparse.Namespace) -> int:
     image = None
     if results:
         try:
-            stats = aggregate(results)
-            tasks = [task for task in TASKS if task != "rte" or rte_beats_chance(stats)[0]]
-            plot(
-                stats,
-                {row: average(stats, row, tasks) for row in MAIN_ROWS},
-                {row: row_measurements(results, row) for row in MAIN_ROWS},
-                docs_dir / "study.png",
-            )
+            tables = tabulate(results)
+            plot(tables.stats, tables.averages, tables.measurements, docs_dir / "study.png")
             image = "study.png"
         except ImportError:
             logger.warning("matplotlib is not installed: docs/RESULTS.md is written without its figure.")
