@@ -141,6 +141,18 @@ class LightMobileBertConfig(PreTrainedConfig):
             raise ValueError(
                 f"`num_attention_heads` ({self.num_attention_heads}) must divide `{width}` ({self.true_hidden_size})."
             )
+        if (
+            self.use_bottleneck
+            and not (self.use_bottleneck_attention or self.key_query_shared_bottleneck)
+            and self.intra_bottleneck_size != self.hidden_size
+        ):
+            # Queries and keys then read the unbottlenecked hidden states with projections sized for the bottleneck
+            # (as in MobileBERT, whose implementation fails with a shape error here).
+            raise ValueError(
+                "`key_query_shared_bottleneck` False without `use_bottleneck_attention` feeds the hidden states "
+                f"({self.hidden_size}) to the query and key projections, which need `intra_bottleneck_size` "
+                f"({self.intra_bottleneck_size}) inputs: make the two sizes equal or enable one of the two."
+            )
         if self.normalization_type not in NORMALIZATION_TYPES:
             raise ValueError(
                 f"`normalization_type` must be one of {NORMALIZATION_TYPES}, got {self.normalization_type!r}."

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from light_mobilebert.export import (
     onnx_session,
     quantize_dynamic_int8,
 )
+from light_mobilebert.modeling.modeling_light_mobilebert import NoNorm
 
 
+onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
@@ -53,6 +56,12 @@ def model(minilm_tokenizer, sentences) -> LightMobileBertForSequenceClassificati
         attn_implementation="eager",
     )
     model = LightMobileBertForSequenceClassification(config).eval()
+    # Trained-looking NoNorms (not the initial identity), so that the export's NoNorm folding has work to do.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, NoNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
     # A random classifier puts every sentence in one class; centre it on these sentences so that both classes occur
     # and the int8 agreement below is not trivially perfect.
     encoding = minilm_tokenizer(sentences, padding=True, return_tensors="pt")
@@ -80,6 +89,21 @@ def test_parity_on_padded_batches_of_real_sentences(model, onnx_path, minilm_tok
     with torch.no_grad():
         logits = model(**minilm_tokenizer(sentences, padding=True, return_tensors="pt")).logits
     assert logits.std(0).min() > 0.1  # the logits vary: the tolerance is meaningful
+
+
+def test_no_norms_are_folded_out_of_the_graph(model, onnx_path, minilm_tokenizer, sentences, tmp_path):
+    unfolded_path = export_onnx(model, minilm_tokenizer, tmp_path / "unfolded.onnx", fold_norms=False)
+    assert check_onnx_parity(model, unfolded_path, minilm_tokenizer, sentences) <= 1e-4
+
+    def op_counts(path) -> Counter:
+        return Counter(node.op_type for node in onnx.load(path).graph.node)
+
+    folded, unfolded = op_counts(onnx_path), op_counts(unfolded_path)
+    # Each NoNorm is a multiplication and an addition; folding removes exactly those and adds no node.
+    num_no_norms = sum(isinstance(module, NoNorm) for module in model.modules())
+    assert num_no_norms == 1 + 2 * 6  # embeddings; per layer 2 bottlenecks, attention, 1 extra FFN, output, bottleneck
+    assert unfolded - folded == Counter({"Mul": num_no_norms, "Add": num_no_norms})
+    assert not folded - unfolded
 
 
 def test_graph_has_dynamic_batch_and_sequence_axes(model, onnx_path):
@@ -184,6 +208,18 @@ def test_cli_without_task_checks_parity_on_builtin_sentences(model_dir, tmp_path
     report = json.loads((output / "export_report.json").read_text())
     assert report["parity"]["max_abs_logit_difference"] <= 1e-4
     assert "dev_metrics" not in report and not (output / "model.int8.onnx").exists()
+    assert report["fold_norms"] is True
+
+
+def test_cli_can_keep_the_no_norms(model, model_dir, tmp_path):
+    folded, unfolded = tmp_path / "folded", tmp_path / "unfolded"
+    assert export.main([str(model_dir), str(folded)]) == 0
+    assert export.main([str(model_dir), str(unfolded), "--no-fold-norms"]) == 0
+    assert json.loads((unfolded / "export_report.json").read_text())["fold_norms"] is False
+    multiplications = [
+        sum(node.op_type == "Mul" for node in onnx.load(path / "model.onnx").graph.node) for path in (folded, unfolded)
+    ]
+    assert multiplications[1] - multiplications[0] == sum(isinstance(module, NoNorm) for module in model.modules())
 
 
 @pytest.mark.parametrize(

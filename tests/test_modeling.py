@@ -211,6 +211,7 @@ def test_padding_does_not_change_real_token_logits(mobilebert_config, monkeypatc
         ("attention_probs_dropout_prob", 1.5),
         ("num_feedforward_networks", 0),
         ("source_layers", [0, 2]),  # 2 layers listed for 12
+        ("key_query_shared_bottleneck", False),  # queries and keys would read 512-wide states with 128-wide weights
     ],
 )
 def test_invalid_config_values_name_the_field(field, value):

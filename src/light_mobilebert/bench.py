@@ -169,6 +169,8 @@ class BenchModel:
         attn_implementation (`str`, *optional*): Fixed attention implementation; `None` uses the run's
             `--attn-implementation`.
         onnx (`str`, *optional*): `"fp32"` or `"int8"`: run the model exported to ONNX with onnxruntime.
+        fold_norms (`bool`): For ONNX rows, export with the NoNorms folded into the linear layers (the default of
+            `export_onnx`).
         note (`str`): A remark for the report.
     """
 
@@ -179,6 +181,7 @@ class BenchModel:
     config: dict[str, Any]
     attn_implementation: str | None = None
     onnx: str | None = None
+    fold_norms: bool = True
     note: str = ""
 
     @property
@@ -232,6 +235,15 @@ BENCH_MODELS: dict[str, BenchModel] = {
             attn_implementation="eager",
             onnx="int8",
             note="the ONNX model after `light_mobilebert.export.quantize_dynamic_int8`",
+        ),
+        _light(
+            "light-mobilebert-onnx-int8-unfolded",
+            "LightMobileBERT ONNX int8 (NoNorms kept)",
+            LIGHT_MOBILEBERT,
+            attn_implementation="eager",
+            onnx="int8",
+            fold_norms=False,
+            note="ablation: exported with `fold_norms=False`, the 97 NoNorms left as graph nodes",
         ),
         BenchModel("bert-base", "BERT-base", BertForSequenceClassification, BertConfig, BERT_BASE_UNCASED),
         BenchModel(
@@ -490,13 +502,15 @@ def _export_onnx_models(names: Sequence[str], settings: BenchSettings, folder: P
     fp32_exports: dict[str, tuple[Path, int]] = {}
     for name in names:
         spec = BENCH_MODELS[name]
-        key = json.dumps([spec.model_class.__name__, spec.config, spec.attn_implementation], sort_keys=True)
+        key = json.dumps(
+            [spec.model_class.__name__, spec.config, spec.attn_implementation, spec.fold_norms], sort_keys=True
+        )
         if key not in fp32_exports:
             logger.info(f"Exporting {spec.label} to ONNX.")
             torch.manual_seed(0)
             model = build_model(spec, settings)
             inputs = _example_inputs(classifier_input_names(model), 2, settings, model.config.vocab_size)
-            path = export_onnx(model, inputs, folder / f"model{len(fp32_exports)}.onnx")
+            path = export_onnx(model, inputs, folder / f"model{len(fp32_exports)}.onnx", fold_norms=spec.fold_norms)
             fp32_exports[key] = (path, sum(p.numel() for p in model.parameters()))
         path, parameters = fp32_exports[key]
         if spec.onnx == "int8":
