@@ -767,10 +767,11 @@ def diagnostics(stats: dict[tuple[str, str], Stats], measurements: dict[str, dic
 @dataclass(frozen=True)
 class Tables:
     """What the report and the figure are drawn from: per-cell statistics, the tasks that enter the average (RTE only
-    if `rte_beats_chance`), the main rows' averages and every row's measurements."""
+    if `rte_beats_chance`) and the sentence that says why, the main rows' averages and every row's measurements."""
 
     stats: dict[tuple[str, str], Stats]
     tasks: list[str]
+    rte_reason: str
     averages: dict[str, Average | None]
     measurements: dict[str, dict[str, Any]]
 
@@ -778,20 +779,28 @@ class Tables:
 def tabulate(results: Sequence[dict[str, Any]]) -> Tables:
     """The `Tables` of the result files."""
     stats = aggregate(results)
-    tasks = [task for task in TASKS if task != "rte" or rte_beats_chance(stats)[0]]
+    rte_in, rte_reason = rte_beats_chance(stats)
+    tasks = [task for task in TASKS if task != "rte" or rte_in]
     return Tables(
         stats=stats,
         tasks=tasks,
+        rte_reason=rte_reason,
         averages={row: average(stats, row, tasks) for row in MAIN_ROWS},
         measurements={row: row_measurements(results, row) for row in ROWS},
     )
 
 
-def render(results: Sequence[dict[str, Any]], latencies: dict[str, dict[str, Any]], image: str | None) -> str:
-    """The whole of `docs/RESULTS.md`, from the result files and the latency files."""
-    tables = tabulate(results)
+def render(
+    results: Sequence[dict[str, Any]],
+    latencies: dict[str, dict[str, Any]],
+    image: str | None,
+    tables: Tables | None = None,
+) -> str:
+    """The whole of `docs/RESULTS.md`, from the result files and the latency files (and their `tabulate`, if the
+    caller has it already)."""
+    tables = tables or tabulate(results)
     stats, tasks, averages, measurements = tables.stats, tables.tasks, tables.averages, tables.measurements
-    rte_in, rte_reason = "rte" in tasks, rte_beats_chance(stats)[1]
+    rte_in, rte_reason = "rte" in tasks, tables.rte_reason
     seeds = sorted({result["seed"] for result in results})
 
     header = ["row", *(task.label for task in TASKS.values()), "average", "parameters", "CPU latency", "CP error"]
@@ -927,14 +936,14 @@ def summary(args: argparse.Namespace) -> int:
     docs_dir = Path(args.docs_dir)
     docs_dir.mkdir(parents=True, exist_ok=True)
     image = None
+    tables = tabulate(results)
     if results:
         try:
-            tables = tabulate(results)
             plot(tables.stats, tables.averages, tables.measurements, docs_dir / "study.png")
             image = "study.png"
         except ImportError:
             logger.warning("matplotlib is not installed: docs/RESULTS.md is written without its figure.")
-    (docs_dir / "RESULTS.md").write_text(render(results, latencies, image))
+    (docs_dir / "RESULTS.md").write_text(render(results, latencies, image, tables))
     logger.info(f"Wrote {docs_dir / 'RESULTS.md'} from {len(results)} result files.")
     return 0
 
