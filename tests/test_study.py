@@ -104,6 +104,24 @@ def test_rte_enters_the_average_only_if_the_source_beats_chance(study, tmp_path,
     assert study.average(stats, "source", tasks).mean == pytest.approx(expected)
 
 
+def test_constant_prediction_cells_are_counted(study, tmp_path):
+    # RTE's dev set has 146 entailment and 131 not_entailment examples: predicting either class for every example
+    # scores 146/277 or 131/277; a constant CoLA prediction has MCC 0.
+    write_results(
+        study,
+        tmp_path,
+        {
+            ("half", "cola"): [0.0, 12.5, 0.0],
+            ("half", "rte"): [100 * 146 / 277, 55.2, 100 * 131 / 277],
+            ("source", "cola"): [20.0, 25.0, 30.0],
+            ("source", "rte"): [60.0, 58.1, 52.0],
+        },
+    )
+    text = study.render(study.load_results(tmp_path), {}, image=None)
+    assert "CoLA `half` 2/3; RTE `half` 2/3." in text
+    assert "`source`" not in text.split("Cells at the score of a constant prediction")[1].split("\n")[0]
+
+
 def test_missing_cells_skip_done_cells_in_breadth_first_order(study, tmp_path):
     write_results(study, tmp_path, {("half", "cola"): [70.0]})
     cells = study.missing_cells(["source", "half"], ["sst2", "cola"], [0, 1], tmp_path)
