@@ -91,16 +91,22 @@ def test_parity_on_padded_batches_of_real_sentences(model, onnx_path, minilm_tok
     assert logits.std(0).min() > 0.1  # the logits vary: the tolerance is meaningful
 
 
+def op_counts(path) -> Counter:
+    """How many nodes of each operator type the ONNX graph at `path` has."""
+    return Counter(node.op_type for node in onnx.load(path).graph.node)
+
+
+def count_no_norms(model) -> int:
+    return sum(isinstance(module, NoNorm) for module in model.modules())
+
+
 def test_no_norms_are_folded_out_of_the_graph(model, onnx_path, minilm_tokenizer, sentences, tmp_path):
     unfolded_path = export_onnx(model, minilm_tokenizer, tmp_path / "unfolded.onnx", fold_norms=False)
     assert check_onnx_parity(model, unfolded_path, minilm_tokenizer, sentences) <= 1e-4
 
-    def op_counts(path) -> Counter:
-        return Counter(node.op_type for node in onnx.load(path).graph.node)
-
     folded, unfolded = op_counts(onnx_path), op_counts(unfolded_path)
     # Each NoNorm is a multiplication and an addition; folding removes exactly those and adds no node.
-    num_no_norms = sum(isinstance(module, NoNorm) for module in model.modules())
+    num_no_norms = count_no_norms(model)
     assert num_no_norms == 1 + 2 * 6  # embeddings; per layer 2 bottlenecks, attention, 1 extra FFN, output, bottleneck
     assert unfolded - folded == Counter({"Mul": num_no_norms, "Add": num_no_norms})
     assert not folded - unfolded
@@ -216,10 +222,8 @@ def test_cli_can_keep_the_no_norms(model, model_dir, tmp_path):
     assert export.main([str(model_dir), str(folded)]) == 0
     assert export.main([str(model_dir), str(unfolded), "--no-fold-norms"]) == 0
     assert json.loads((unfolded / "export_report.json").read_text())["fold_norms"] is False
-    multiplications = [
-        sum(node.op_type == "Mul" for node in onnx.load(path / "model.onnx").graph.node) for path in (folded, unfolded)
-    ]
-    assert multiplications[1] - multiplications[0] == sum(isinstance(module, NoNorm) for module in model.modules())
+    multiplications = [op_counts(path / "model.onnx")["Mul"] for path in (folded, unfolded)]
+    assert multiplications[1] - multiplications[0] == count_no_norms(model)
 
 
 @pytest.mark.parametrize(

@@ -329,9 +329,10 @@ def quantize_dynamic_int8(
     (attention scores and context) stay in float32, which is as fast and keeps the softmax inputs exact. No
     calibration data is needed.
 
-    Measured on LightMobileBERT (batch 1, length 128, AVX2 CPU without VNNI, 2 threads): 1.15x faster than
-    onnxruntime float32 with the NoNorms folded (23.1 vs 26.5 ms, `python -m light_mobilebert.bench`); 1.4x (2
-    threads) to 1.5x (1 thread) before folding, whose element-wise nodes quantisation does not touch. Per-channel
+    Measured on LightMobileBERT (batch 1, length 128, AVX2 CPU without VNNI, 2 threads): 1.15x to 1.3x faster than
+    onnxruntime float32 with the NoNorms folded (23.1 vs 26.5, 23.2 vs 30.2 and 24.5 vs 29.9 ms in three runs of
+    `python -m light_mobilebert.bench`); 1.4x (2 threads) to 1.5x (1 thread) before folding, whose element-wise
+    nodes quantisation does not touch. Per-channel
     scales, also quantising the attention products, `reduce_range`, onnxruntime's `quant_pre_process`, other graph
     optimisation levels and merging the matrix products that share an input each change the latency by less than 2%,
     or slow it down (measured before folding); so do uint8 weights. PyTorch's dynamic quantisation
